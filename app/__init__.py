@@ -1,0 +1,1 @@
+"""imagegate: a self-hosted gateway for image-generation APIs."""

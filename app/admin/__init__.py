@@ -1,0 +1,1 @@
+"""Admin API for teams and keys (issue 5)."""

@@ -1,0 +1,1 @@
+"""The model catalog and provider status endpoints (issue 4)."""

@@ -1,0 +1,1 @@
+"""Stored output files."""

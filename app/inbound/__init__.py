@@ -1,0 +1,1 @@
+"""Inbound upstream webhooks: verified updates apply at once, hints trigger one poll."""

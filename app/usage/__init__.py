@@ -1,0 +1,1 @@
+"""Usage reporting (issue 5)."""

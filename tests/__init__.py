@@ -1,0 +1,1 @@
+"""imagegate test suite."""

@@ -1,0 +1,1 @@
+"""Upstream emulators: faithful wire-protocol fakes served on loopback."""
