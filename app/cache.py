@@ -20,6 +20,9 @@ from typing import Protocol
 
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 log = structlog.get_logger(__name__)
@@ -245,8 +248,13 @@ class RedisSignals:
 
 
 def connect_redis(url: str) -> Redis:
+    """One client per process. A command is retried once, at once, and only after a connection
+    error (a pooled connection that died with a Redis restart); never after a timeout, since a
+    timed-out command may have run (a rate-limit script run twice spends two tokens). Callers
+    treat any remaining failure as Redis being down."""
     return Redis.from_url(
         url,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
         socket_timeout=1.0,
         socket_connect_timeout=1.0,
         health_check_interval=15,

@@ -192,10 +192,10 @@ async def start_gateway(
     """A running app on its own database (``isolate``), so workers never share jobs."""
     if isolate:
         async with backend.isolated(tmp) as own:
-            async for gateway in start_gateway(
-                own, tmp, run_worker=run_worker, isolate=False, **overrides
-            ):
-                yield gateway
+            inner = start_gateway(own, tmp, run_worker=run_worker, isolate=False, **overrides)
+            async with contextlib.aclosing(inner):
+                async for gateway in inner:
+                    yield gateway
         return
     settings = backend.settings(tmp, **overrides)
     app = create_app(settings, run_worker=run_worker)
@@ -215,20 +215,22 @@ async def start_served_gateway(
     """A gateway also served over real HTTP on loopback, so upstream emulators can call back."""
     port = free_port()
     overrides.setdefault("public_base_url", f"http://127.0.0.1:{port}")
-    async for gateway in start_gateway(backend, tmp, **overrides):
-        app = gateway.http._transport.app  # type: ignore[attr-defined]
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        try:
-            yield gateway
-        finally:
-            server.should_exit = True
-            await task
+    inner = start_gateway(backend, tmp, **overrides)
+    async with contextlib.aclosing(inner):
+        async for gateway in inner:
+            app = gateway.http._transport.app  # type: ignore[attr-defined]
+            config = uvicorn.Config(
+                app, host="127.0.0.1", port=port, lifespan="off", log_level="warning"
+            )
+            server = uvicorn.Server(config)
+            task = asyncio.create_task(server.serve())
+            while not server.started:
+                await asyncio.sleep(0.01)
+            try:
+                yield gateway
+            finally:
+                server.should_exit = True
+                await task
 
 
 def _async(check: Any) -> Any:
