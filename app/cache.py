@@ -39,6 +39,12 @@ class Cache(Protocol):
 
 
 class Signals(Protocol):
+    @property
+    def live(self) -> bool:
+        """Whether a notify from any process reaches this process's waiters right now; when
+        not, waiters re-read on a short timer instead of trusting the wake-ups."""
+        ...
+
     async def notify(self, channel: str) -> None: ...
     async def wait(self, channel: str, timeout: float) -> bool: ...
 
@@ -89,6 +95,10 @@ class LocalSignals:
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
         self._waiting: dict[str, int] = {}
+
+    @property
+    def live(self) -> bool:
+        return True
 
     def fire(self, channel: str) -> None:
         event = self._events.get(channel)
@@ -205,9 +215,21 @@ class RedisSignals:
         self.local = LocalSignals()
         self.backoff = _Backoff()
         self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    @property
+    def live(self) -> bool:
+        return self._subscribed.is_set()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._listen(), name="redis-signals")
+
+    async def ready(self, timeout: float) -> bool:
+        """Wait until the subscription is confirmed (startup), at most ``timeout`` seconds."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._subscribed.wait()
+        return self.live
 
     async def close(self) -> None:
         if self._task is not None:
@@ -235,6 +257,9 @@ class RedisSignals:
                     await pubsub.psubscribe(self.prefix + "*")
                     delay = 0.2
                     async for message in pubsub.listen():
+                        if message.get("type") == "psubscribe":
+                            self._subscribed.set()
+                            continue
                         if message.get("type") != "pmessage":
                             continue
                         channel = message["channel"]
@@ -242,6 +267,7 @@ class RedisSignals:
                             channel = channel.decode()
                         self.local.fire(channel.removeprefix(self.prefix))
             except (RedisError, OSError) as exc:
+                self._subscribed.clear()
                 log.warning("redis signals disconnected", error=type(exc).__name__)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -87,6 +87,7 @@ async def open_runtime(settings: Settings) -> AsyncIterator[Runtime]:
         cache = RedisCache(redis, settings.redis_prefix)
         redis_signals = RedisSignals(redis, settings.redis_prefix)
         redis_signals.start()
+        await redis_signals.ready(timeout=2.0)  # until then waiters re-read on a timer
         signals = redis_signals
     else:
         cache, signals = MemoryCache(), LocalSignals()

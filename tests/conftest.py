@@ -29,7 +29,7 @@ from app.main import create_app
 from app.runtime import Runtime
 from app.setup import migrate
 from tests.helpers import Client
-from tests.procs import free_port
+from tests.procs import RedisServer, free_port
 
 PG_ADMIN_DSN = os.environ.get("IMAGEGATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("IMAGEGATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -248,3 +248,16 @@ async def gateway(
     tmp = tmp_path_factory.mktemp(f"gw-{backend.name}")
     async for gw in start_gateway(backend, tmp, isolate=False):
         yield gw
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` of this test's own on a free port, stopped by its own pid (never the
+    shared one), so the test may stop and start it mid-run."""
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            server.stop()

@@ -6,7 +6,6 @@ import asyncio
 import base64
 import re
 import time
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -19,7 +18,7 @@ from app.jobs import service
 from app.jobs.events import JobWatch
 from app.jobs.publish import job_channel, load_document, publish, publish_document
 from app.jobs.repository import JobFilters, JobRepository
-from app.jobs.schemas import CreateImageJob, JobList, JobOut
+from app.jobs.schemas import PRINTABLE, CreateImageJob, JobList, JobOut, Rfc3339
 from app.jobs.states import Stage
 from app.jobs.views import job_document, render
 from app.web.deps import RuntimeDep, SessionDep, base_url
@@ -144,17 +143,14 @@ async def list_image_jobs(
     status: Annotated[
         str | None, Query(pattern="^(pending|processing|completed|failed|cancelled)$")
     ] = None,
-    provider: Annotated[str | None, Query(max_length=50)] = None,
-    model: Annotated[str | None, Query(max_length=200)] = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
+    provider: Annotated[str | None, Query(max_length=50, pattern=PRINTABLE)] = None,
+    model: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE)] = None,
+    created_after: Rfc3339 | None = None,
+    created_before: Rfc3339 | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
+    cursor: Annotated[str | None, Query(max_length=200, pattern=PRINTABLE)] = None,
 ) -> Response:
     """The team's jobs, newest first, with cursor pagination."""
-    for name, value in (("created_after", created_after), ("created_before", created_before)):
-        if value is not None and value.tzinfo is None:
-            raise invalid(["query", name], "must include a timezone (e.g. Z)")
     model_id = runtime.catalog.resolve(model) or model if model else None
     filters = JobFilters(status, provider, model_id, created_after, created_before)
     repo = JobRepository(session)

@@ -8,13 +8,15 @@ closes after the terminal event (at once when the client has already seen it).
 The stream does not poll: it sleeps on the job's signal channel (``job:{id}``, which every
 commit that changes the job notifies, across processes through Redis pub/sub) and reads the job
 store when woken. ``JobWatch`` arms the wake-up *before* each read, so a transition that commits
-between the read and the sleep still wakes it; a lost signal (Redis down) costs at most one
-keep-alive interval, after which the stream reads again.
+between the read and the sleep still wakes it. While the signals are not live (Redis down, or
+the subscription not yet confirmed) a wake-up can be lost, so the stream re-reads every
+``OFFLINE_RECHECK_S`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -38,6 +40,7 @@ router = APIRouter(prefix="/v1/images", tags=["images"])
 
 PAGE = 100
 RECONNECT_MS = 1000
+OFFLINE_RECHECK_S = 1.0
 
 
 class JobWatch:
@@ -59,9 +62,16 @@ class JobWatch:
         await asyncio.sleep(0)  # let the waiter register before the caller reads
 
     async def wait(self, timeout: float) -> bool:
+        """Wait for a signal. While the signals are not live (Redis unreachable, or still
+        subscribing) a wake-up may be lost, so it returns True after at most ``OFFLINE_RECHECK_S``
+        to make the caller read again."""
         if self._task is None:
             await self.arm()
         assert self._task is not None
+        if not self._signals.live and timeout > OFFLINE_RECHECK_S:
+            await asyncio.wait({self._task}, timeout=OFFLINE_RECHECK_S)
+            self.close()
+            return True
         done, _ = await asyncio.wait({self._task}, timeout=max(0.0, timeout))
         if not done:
             return False
@@ -110,6 +120,7 @@ async def job_events(runtime: Runtime, job_id: str, after: int) -> AsyncIterator
     yield b"retry: %d\n\n" % RECONNECT_MS
     keepalive = runtime.settings.sse_keepalive_s
     last = after
+    wrote_at = time.monotonic()
     async with JobWatch(runtime.signals, job_channel(job_id)) as watch:
         while True:
             async with runtime.sessions() as session:
@@ -119,6 +130,8 @@ async def job_events(runtime: Runtime, job_id: str, after: int) -> AsyncIterator
                 yield status_event(job_id, event)
                 if event.stage == Stage.DONE:
                     return
+            if events:
+                wrote_at = time.monotonic()
             if len(events) == PAGE:
                 continue
             if not events:
@@ -129,8 +142,9 @@ async def job_events(runtime: Runtime, job_id: str, after: int) -> AsyncIterator
                     return  # the client already has the terminal event
             if await watch.wait(keepalive):
                 await watch.arm()
-            else:
+            if time.monotonic() - wrote_at >= keepalive:
                 yield b": keep-alive\n\n"
+                wrote_at = time.monotonic()
 
 
 @router.get(

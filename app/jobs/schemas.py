@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 
 import orjson
 from PIL import Image, UnidentifiedImageError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+)
 from pydantic.config import JsonDict
 
 AspectRatio = Literal[
@@ -23,6 +31,20 @@ AspectRatio = Literal[
 ]
 WebhookEvent = Literal["processing", "completed", "failed", "cancelled"]
 Strategy = Literal["cheapest", "fastest", "ordered"]
+
+# Query strings: printable text only (a NUL would reach the database as an error, not a miss).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _rfc3339_text(value: object) -> object:
+    if isinstance(value, str) and _RFC3339.match(value):
+        return value
+    raise ValueError("must be an RFC 3339 date-time with a timezone, e.g. 2026-01-01T00:00:00Z")
+
+
+# A date-time in a query: RFC 3339 text with an offset (no Unix times, no naive times).
+Rfc3339 = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text)]
 
 MAX_PROMPT = 10_000
 MAX_DATA_URL_BYTES = 10 * 1024 * 1024

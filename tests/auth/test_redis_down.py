@@ -10,9 +10,10 @@ import uuid
 from pathlib import Path
 
 from app.auth.ratelimit_redis import ResilientLimiter
-from tests.auth.conftest import RedisServer, admin_headers
+from tests.auth.conftest import admin_headers
 from tests.conftest import Backend, start_gateway
 from tests.helpers import body
+from tests.procs import RedisServer
 
 
 async def test_api_keeps_answering_with_redis_stopped_and_recovers(

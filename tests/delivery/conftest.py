@@ -63,9 +63,12 @@ def hook_settings(receiver: Receiver, **extra: Any) -> dict[str, Any]:
 async def running(
     backend: Backend, tmp: Path, *, served: bool = False, **overrides: Any
 ) -> AsyncIterator[Gateway]:
-    """A gateway for the ``async with`` block, stopped normally even when the block fails."""
+    """A gateway for the ``async with`` block, stopped normally even when the block fails.
+
+    It runs on ``backend`` itself (already a store of its own), so two gateways started on the
+    same backend share one job store, as two API processes do."""
     start = start_served_gateway if served else start_gateway
-    gateways = start(backend, tmp, **overrides)
+    gateways = start(backend, tmp, isolate=False, **overrides)
     gateway = await anext(gateways)
     try:
         yield gateway

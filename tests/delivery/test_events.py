@@ -87,10 +87,6 @@ async def test_a_client_sees_every_transition_in_order_and_resumes_without_gaps(
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: cross-process SSE timed out under full-suite load (closing note)",
-)
 async def test_the_stream_works_from_an_api_process_that_did_not_create_the_job(
     isolated: Backend, tmp_path: Path
 ) -> None:

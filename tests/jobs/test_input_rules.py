@@ -532,12 +532,11 @@ LIST_QUERIES: list[Any] = [
         {"created_before": "0.5"},
         ["query", "created_before"],
         id="before-unix-time",
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason="BUG (reported): endpoints.py parses created_* with lax pydantic datetime, "
-            "which takes Unix times; the contract and OpenAPI say RFC 3339",
-        ),
     ),
+    pytest.param({"created_after": "1767225600"}, ["query", "created_after"], id="after-unix"),
+    pytest.param({"provider": "sim\x00"}, ["query", "provider"], id="provider-nul"),
+    pytest.param({"model": "flux\x00"}, ["query", "model"], id="model-nul"),
+    pytest.param({"cursor": "aW1n\x00"}, ["query", "cursor"], id="cursor-nul"),
 ]
 
 
