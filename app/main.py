@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 import structlog
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         async with open_runtime(settings) as runtime:
             await bootstrap(runtime)
             app.state.runtime = runtime
+            _freeze_startup_heap()
             async with _maybe_worker(runtime, run_worker):
                 log.info(
                     "imagegate ready",
@@ -97,6 +99,18 @@ def create_app(settings: Settings | None = None, *, run_worker: bool = False) ->
         )
     app.add_middleware(RequestContext)
     return app
+
+
+def _freeze_startup_heap() -> None:
+    """Keep what start-up built (modules, models, routes, compiled schemas) out of the GC's way.
+
+    Those objects live as long as the process, yet every full collection would walk them all
+    again: with a few hundred thousand of them a full pass stalls the event loop for tens of
+    milliseconds, which is what a slow request's p99 was made of. Frozen objects are never
+    scanned; garbage created afterwards is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @contextlib.asynccontextmanager

@@ -11,7 +11,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    # ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
+    # thread hop per request for what is one attribute read.
     runtime: Runtime = request.app.state.runtime
     return runtime
 
