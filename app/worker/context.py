@@ -79,8 +79,17 @@ async def fail_job(
 
 
 async def after_commit(runtime: Runtime, job_id: str, *, wake: bool = False) -> None:
+    """Refresh the job's cached document and wake workers; best effort, it never raises.
+
+    The state is already committed, and a step must go on from here: a dispatch that raised
+    after committing ``submitting`` would strand a job that was never sent. A missed publish is
+    bounded by the live-job cache TTL; a missed wake by the workers' idle interval.
+    """
     from app.jobs.publish import publish_by_id
 
-    await publish_by_id(runtime, job_id)
-    if wake:
-        await runtime.signals.notify("wake")
+    try:
+        await publish_by_id(runtime, job_id)
+        if wake:
+            await runtime.signals.notify("wake")
+    except Exception as exc:
+        log.warning("publishing a job change failed", job_id=job_id, error=type(exc).__name__)

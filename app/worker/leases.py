@@ -155,6 +155,35 @@ async def claim_job(
     return None if row is None else Claim(row[0], row[1], Stage(row[2]))
 
 
+async def reclaim_submitting(
+    session: AsyncSession, job_id: str, owner: str, *, lease_s: float
+) -> Claim | None:
+    """Lease again a job still in ``submitting`` that nobody holds.
+
+    For a dispatcher that lost its lease mid-submit (it ran out while the database was away and
+    the reaper fenced it) and has the upstream's answer in hand. Whoever decides a job in
+    ``submitting`` holds its lease (this, the reconcile step, an adopting webhook), so the lease
+    serialises them: the first to take it decides, the others find the job moved on.
+    """
+    claimed = await session.execute(
+        update(Job)
+        .where(
+            Job.id == job_id,
+            Job.lease_owner.is_(None),
+            Job.stage == Stage.SUBMITTING.value,
+        )
+        .values(
+            lease_owner=owner,
+            lease_expires_at=db_now(lease_s),
+            lease_epoch=Job.lease_epoch + 1,
+        )
+        .returning(Job.id, Job.lease_epoch)
+        .execution_options(synchronize_session=False)
+    )
+    row = claimed.first()
+    return None if row is None else Claim(row[0], row[1], Stage.SUBMITTING)
+
+
 async def poll_soon(session: AsyncSession, job_id: str) -> bool:
     """Make a tracked job due now, unless a poll is already due (so a hint polls once)."""
     result = await session.execute(

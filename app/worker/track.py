@@ -171,14 +171,32 @@ async def apply_state(
 
 
 async def reconcile(runtime: Runtime, claim: Claim) -> None:
-    """A submit whose outcome stayed unknown past the grace period: fail it, never resubmit."""
+    """A job still in ``submitting`` after the grace period (its dispatcher died or never
+    recorded the upstream's answer). If the attempt learnt its upstream id meanwhile (a late
+    record that lost the race, an upstream webhook), the job is adopted and polled; otherwise the
+    outcome stays unknown and the job fails: never resubmitted."""
     async with runtime.sessions() as session:
         claimed = await context.load(session, claim)
         if claimed is None:
             return
-        if claimed.attempt is not None:
+        attempt = claimed.attempt
+        if attempt is not None and attempt.upstream_id and attempt.finished_at is None:
+            attempt.state = "accepted"
+            await claimed.repo.transition(
+                claim.job_id,
+                claimed.state,
+                states.UPSTREAM_QUEUED,
+                epoch=claim.epoch,
+                values={"lease_owner": None, "lease_expires_at": None, "poll_errors": 0},
+                detail={"upstream_id": attempt.upstream_id, "adopted": True},
+                next_action_in=0,
+            )
+            await session.commit()
+            await context.after_commit(runtime, claim.job_id, wake=True)
+            return
+        if attempt is not None:
             context.finish_attempt(
-                claimed.attempt, "unknown", ErrorCode.SUBMIT_OUTCOME_UNKNOWN, "no confirmation"
+                attempt, "unknown", ErrorCode.SUBMIT_OUTCOME_UNKNOWN, "no confirmation"
             )
         await context.fail_job(
             claimed,

@@ -1,5 +1,8 @@
-"""PostgreSQL connections reset for a while: answers are fast 503s, nothing is lost, and the
-service resumes by itself (reliability item 20, with a shorter outage)."""
+"""PostgreSQL connections reset for 10 seconds: answers are fast 503s, nothing is lost, and the
+service resumes by itself (reliability item 20).
+
+The lease (5 s) runs out during the outage, so a dispatcher that got an upstream's answer just
+before it records that answer after the reaper has fenced it: the job must still complete."""
 
 from __future__ import annotations
 
@@ -9,19 +12,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import pytest
 
 from tests.chaos.proxy import Mode, TcpProxy
 from tests.conftest import Backend, start_gateway
 from tests.helpers import body, new_key
 
-OUTAGE_S = 3.0
+OUTAGE_S = 10.0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: a submit recorded after the outage can lose its lease (closing note)",
-)
 async def test_requests_answer_503_during_a_reset_outage_and_no_job_is_lost(
     pg_url: str, redis_url: str, tmp_path: Path
 ) -> None:
