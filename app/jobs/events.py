@@ -42,6 +42,36 @@ PAGE = 100
 RECONNECT_MS = 1000
 OFFLINE_RECHECK_S = 1.0
 
+# One event of the stream, as OpenAPI 3.1 describes a text/event-stream item: ``data`` is the JSON
+# of the transition (``status_event`` writes it).
+SSE_EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["event", "data"],
+    "properties": {
+        "event": {"const": "status"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer", "minimum": 0},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": {
+                "type": "object",
+                "required": ["job_id", "seq", "status", "stage", "detail", "at"],
+                "properties": {
+                    "job_id": {"type": "string"},
+                    "seq": {"type": "integer", "minimum": 1},
+                    "status": {
+                        "enum": ["pending", "processing", "completed", "failed", "cancelled"]
+                    },
+                    "stage": {"type": "string"},
+                    "detail": {"type": ["object", "null"]},
+                    "at": {"type": "string", "format": "date-time"},
+                },
+            },
+        },
+    },
+}
+
 
 class JobWatch:
     """Wake-ups on one channel, armed before the caller reads, so none falls in between.
@@ -153,7 +183,7 @@ async def job_events(runtime: Runtime, job_id: str, after: int) -> AsyncIterator
     responses={
         200: {
             "description": "one `status` event per transition; closes after the terminal one",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         }
     },
 )
