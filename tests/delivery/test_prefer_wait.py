@@ -40,3 +40,20 @@ async def test_wait_5_on_a_30_second_job_answers_202_after_5_seconds(
         assert response.json()["status"] in ("pending", "processing")
         assert 5.0 <= elapsed < 10.0
         assert (await client.cancel(response.json()["job_id"])).status_code == 200
+
+
+async def test_wait_0_answers_at_once_and_longer_waits_are_capped_at_60(
+    isolated: Backend, tmp_path: Path
+) -> None:
+    simulator = {"latency_s": 0.5, "latency_jitter": 0.0}
+    async with running(isolated, tmp_path, simulator=simulator) as gateway:
+        client = gateway.client(await new_key(gateway.runtime))
+        response = await client.create(body("an impatient fox"), Prefer="wait=0")
+        assert response.status_code == 202, response.text
+        assert response.headers["preference-applied"] == "wait=0"
+        assert response.json()["status"] == "pending"
+        # More than the contract's 60 s is applied as 60, and says so.
+        capped = await client.create(body("a patient fox"), Prefer="respond-async, wait=600")
+        assert capped.status_code == 200, capped.text
+        assert capped.headers["preference-applied"] == "wait=60"
+        assert capped.json()["status"] == "completed"
