@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Protocol
 
 import structlog
@@ -23,7 +24,7 @@ from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 log = structlog.get_logger(__name__)
 
@@ -286,3 +287,50 @@ def connect_redis(url: str) -> Redis:
         health_check_interval=15,
         max_connections=200,
     )
+
+
+async def store_and_notify(
+    cache: Cache,
+    signals: Signals,
+    key: str,
+    version: int,
+    value: bytes,
+    ttl: int,
+    channels: Sequence[str],
+) -> None:
+    """``cache.set_versioned`` then ``signals.notify`` on each channel, in that order.
+
+    When both live on one Redis client this is one pipelined round trip instead of one per
+    command; each part keeps its own failure policy (back-off, dropped writes, local waiters
+    woken first). A script Redis has forgotten (after a restart or ``SCRIPT FLUSH``) is
+    loaded again by the plain ``set_versioned``.
+    """
+    if not (
+        isinstance(cache, RedisCache)
+        and isinstance(signals, RedisSignals)
+        and cache.redis is signals.redis
+        and cache.backoff.open()
+        and signals.backoff.open()
+    ):
+        await cache.set_versioned(key, version, value, ttl)
+        for channel in channels:
+            await signals.notify(channel)
+        return
+    full = cache.prefix + key
+    pipe = cache.redis.pipeline(transaction=False)
+    pipe.evalsha(cache._set_versioned.sha, 2, full, full + ":v", version, value, ttl)
+    for channel in channels:
+        pipe.publish(signals.prefix + channel, b"1")
+    try:
+        stored, *_ = await pipe.execute(raise_on_error=False)
+    except (RedisError, OSError) as exc:
+        cache.backoff.failed("set", exc)
+        signals.backoff.failed("publish", exc)
+    else:
+        if isinstance(stored, NoScriptError):
+            await cache.set_versioned(key, version, value, ttl)
+        elif isinstance(stored, (RedisError, OSError)):
+            cache.backoff.failed("set", stored)
+    # Local waiters last, as ``notify`` after ``set_versioned`` would: they re-read the cache.
+    for channel in channels:
+        signals.local.fire(channel)

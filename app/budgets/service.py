@@ -39,6 +39,7 @@ from app.auth.service import Principal
 from app.budgets.repository import Balance, Budgets, Committed, LedgerRepository
 from app.errors import ApiError
 from app.jobs import states
+from app.jobs.repository import Hold
 from app.kit.money import format_usd
 from app.models import Job
 
@@ -62,6 +63,11 @@ def hold_for(route_plan: list[dict[str, Any]]) -> int:
     """The most the job may cost: the estimate of its dearest priced candidate."""
     estimates = [c.get("estimate_micros") for c in route_plan]
     return max((e for e in estimates if e is not None), default=0)
+
+
+def hold(job: Job) -> Hold:
+    """What ``reserve`` holds for a job when no budget applies (nothing is dropped or checked)."""
+    return Hold(hold_for(job.route_plan), month_of(job.created_at))
 
 
 async def reserve(session: AsyncSession, principal: Principal, job: Job) -> None:

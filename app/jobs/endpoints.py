@@ -94,8 +94,7 @@ async def create_image_job(
     job = admission.job
     document = job_document(job, [] if admission.created else await _attempts(session, job.id))
     if admission.created:
-        await publish_document(runtime, document)
-        await runtime.signals.notify("wake")
+        await publish_document(runtime, document, wake_workers=True)
     wait = _prefer_wait(prefer)
     headers = {"Location": f"/v1/images/{job.id}"}
     status = 202

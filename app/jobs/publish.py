@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from app.cache import store_and_notify
 from app.jobs.repository import JobRepository
 from app.jobs.views import job_document
 from app.models import Attempt, Job
@@ -25,6 +26,7 @@ def job_channel(job_id: str) -> str:
     return f"job:{job_id}"
 
 
+WAKE_CHANNEL = "wake"  # the workers' channel: a job is due
 LIVE_JOB_TTL_S = 5
 
 
@@ -36,15 +38,22 @@ def cache_ttl(runtime: Runtime, document: dict[str, Any]) -> int:
     return min(LIVE_JOB_TTL_S, runtime.settings.job_cache_ttl_s)
 
 
-async def publish_document(runtime: Runtime, document: dict[str, Any]) -> None:
+async def publish_document(
+    runtime: Runtime, document: dict[str, Any], *, wake_workers: bool = False
+) -> None:
+    """Cache the document and wake its waiters (and, for a new job, the workers): one round
+    trip to Redis for all of it."""
     job_id = document["job_id"]
-    await runtime.cache.set_versioned(
+    channels = [job_channel(job_id), WAKE_CHANNEL] if wake_workers else [job_channel(job_id)]
+    await store_and_notify(
+        runtime.cache,
+        runtime.signals,
         cache_key(job_id),
         int(document["_seq"]),
         orjson.dumps(document),
         cache_ttl(runtime, document),
+        channels,
     )
-    await runtime.signals.notify(job_channel(job_id))
 
 
 async def publish(runtime: Runtime, job: Job, attempts: Sequence[Attempt]) -> None:

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, Table, bindparam, func, insert, inspect, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import db_now
 from app.jobs.states import JobState, check_transition
 from app.jobs.transitions import Transition, on_transition
 from app.kit.timeutil import utcnow
-from app.models import Attempt, Job, JobEvent
+from app.models import ApiKey, Attempt, Job, JobEvent, LedgerEntry, Team
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,9 +26,144 @@ class JobFilters:
     created_before: datetime | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """The budget reservation written with a job at admission (see ``app.budgets.service``)."""
+
+    amount_micros: int
+    month: str
+
+
+# Job attribute -> column, in mapper order ("meta" is the "metadata" column).
+_JOB_COLUMNS = {attr.key: attr.columns[0] for attr in inspect(Job).column_attrs}
+_JOBS = cast(Table, Job.__table__)
+_EVENTS = cast(Table, JobEvent.__table__)
+_LEDGER = cast(Table, LedgerEntry.__table__)
+_admission_statements: dict[tuple[str, ...], Select[Any]] = {}
+
+
+def _admission_statement(attributes: tuple[str, ...]) -> Select[Any]:
+    """One PostgreSQL statement: read the team's and key's budgets and, only when neither has
+    one, insert the job (the given attributes, due now), its first event and its budget hold.
+
+    The statement is built once per attribute set with named parameters, so SQLAlchemy compiles
+    it once. Only the attributes the job has are inserted, as the unit of work would: an unset
+    JSON attribute stays SQL NULL, an explicit ``None`` is JSON ``null``.
+    """
+    limits = (
+        select(
+            Team.monthly_budget_micros.label("team_budget"),
+            ApiKey.monthly_budget_micros.label("key_budget"),
+        )
+        .select_from(Team)
+        .outerjoin(ApiKey, (ApiKey.id == bindparam("budget_key_id")) & (ApiKey.team_id == Team.id))
+        .where(Team.id == bindparam("budget_team_id"))
+        .cte("limits")
+    )
+    columns = [_JOB_COLUMNS[a] for a in attributes]
+    job_values = [bindparam(f"job_{c.name}", type_=c.type) for c in columns]
+    new_job = (
+        insert(_JOBS)
+        .from_select(
+            [*columns, _JOBS.c.next_action_at],
+            select(*job_values, db_now()).where(
+                limits.c.team_budget.is_(None), limits.c.key_budget.is_(None)
+            ),
+        )
+        .returning(_JOBS.c.id)
+        .cte("new_job")
+    )
+    events = _EVENTS.c
+    new_event = (
+        insert(_EVENTS)
+        .from_select(
+            [
+                events.job_id,
+                events.seq,
+                events.status,
+                events.stage,
+                events.detail,
+                events.created_at,
+            ],
+            select(
+                new_job.c.id,
+                literal(1),
+                bindparam("job_status", type_=events.status.type),
+                bindparam("job_stage", type_=events.stage.type),
+                bindparam("event_detail", type_=events.detail.type),
+                bindparam("event_created_at", type_=events.created_at.type),
+            ),
+        )
+        .cte("new_event")
+    )
+    ledger = _LEDGER.c
+    new_hold = (
+        insert(_LEDGER)
+        .from_select(
+            [
+                ledger.job_id,
+                ledger.team_id,
+                ledger.api_key_id,
+                ledger.kind,
+                ledger.amount_micros,
+                ledger.month,
+                ledger.created_at,
+            ],
+            select(
+                new_job.c.id,
+                bindparam("budget_team_id", type_=ledger.team_id.type),
+                bindparam("budget_key_id", type_=ledger.api_key_id.type),
+                literal("reserve"),
+                bindparam("hold_amount_micros", type_=ledger.amount_micros.type),
+                bindparam("hold_month", type_=ledger.month.type),
+                bindparam("hold_created_at", type_=ledger.created_at.type),
+            ),
+        )
+        .cte("new_hold")
+    )
+    admitted = select(func.count()).select_from(new_job).scalar_subquery()
+    return select(limits.c.team_budget, limits.c.key_budget, admitted.label("admitted")).add_cte(
+        new_event, new_hold
+    )
+
+
 class JobRepository:
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def insert_unless_budgeted(
+        self, job: Job, detail: dict[str, Any] | None, hold: Hold
+    ) -> bool:
+        """Admit ``job`` in one round trip when its team and key have no monthly budget.
+
+        On PostgreSQL the budget read and the three inserts of ``insert`` plus
+        ``budgets.reserve`` (job, first event, hold) are one statement inside the caller's
+        transaction; it reads the budgets as the separate SELECT would, at the statement's
+        snapshot. Returns False, having written nothing, when a budget applies (the caller then
+        takes the locked path of ``app.budgets``), when the team is unknown, or on SQLite.
+        """
+        if self.session.get_bind().dialect.name != "postgresql":
+            return False
+        job.event_seq = 1
+        attributes = tuple(a for a in _JOB_COLUMNS if a in job.__dict__ and a != "next_action_at")
+        statement = _admission_statements.get(attributes)
+        if statement is None:
+            statement = _admission_statements[attributes] = _admission_statement(attributes)
+        now = utcnow()
+        params: dict[str, Any] = {
+            f"job_{_JOB_COLUMNS[a].name}": getattr(job, a) for a in attributes
+        }
+        params.update(
+            budget_team_id=job.team_id,
+            budget_key_id=job.api_key_id,
+            event_detail=detail,
+            event_created_at=now,
+            hold_amount_micros=hold.amount_micros,
+            hold_month=hold.month,
+            hold_created_at=now,
+        )
+        row = (await self.session.execute(statement, params)).one_or_none()
+        return row is not None and bool(row.admitted)
 
     async def insert(self, job: Job, detail: dict[str, Any] | None = None) -> None:
         job.event_seq = 1

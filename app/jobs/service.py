@@ -23,6 +23,7 @@ from app.jobs.reuse import record_reuse, reusable_job, reuse_key, reuse_result
 from app.jobs.schemas import CreateImageJob
 from app.kit.ids import new_job_id
 from app.kit.timeutil import utcnow
+from app.metrics.jobs import job_admitted
 from app.models import Attempt, Job
 from app.providers.base import Cancellable, UpstreamRef, UpstreamRequest
 from app.routing.admission import plan_for
@@ -111,7 +112,11 @@ async def create_job(
             await repo.insert(job, {"cached_from": job.reused_from})
             await record_reuse(session, job)
             return
-        await repo.insert(job, {"routing": body.routing.strategy})
+        detail = {"routing": body.routing.strategy}
+        if await repo.insert_unless_budgeted(job, detail, budgets.hold(job)):
+            job_admitted(session.sync_session, job)
+            return
+        await repo.insert(job, detail)
         await budgets.reserve(session, principal, job)
 
     if idempotency_key is None:

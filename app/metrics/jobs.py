@@ -5,8 +5,9 @@ back never happened. So nothing is counted on the spot: each observation is stag
 session (``session.info``) together with the transaction it belongs to, applied after the
 outermost COMMIT, and dropped if that transaction, or the savepoint it was made in, rolls back.
 
-Created jobs need no hook in the jobs feature: a ``Job`` that a flush inserts is a created job
-(admission is the only place that inserts one), seen by the ``after_flush`` session event.
+Created jobs: a ``Job`` that a flush inserts is a created job (admission is the only place that
+inserts one), seen by the ``after_flush`` session event; admission's single-statement insert on
+PostgreSQL bypasses the flush and stages its count with ``job_admitted`` instead.
 """
 
 from __future__ import annotations
@@ -97,13 +98,18 @@ def _within(transaction: SessionTransaction | None, ended: SessionTransaction) -
     return False
 
 
+def job_admitted(session: Session, job: Job) -> None:
+    """Count a job that admission inserted without the unit of work (a Core statement)."""
+    plan = job.route_plan or []
+    provider = str(plan[0]["provider"]) if plan else UNROUTED
+    _stage(session, partial(_created, provider, job.model))
+
+
 @event.listens_for(Session, "after_flush")
 def _on_flush(session: Session, _context: Any) -> None:
     for instance in session.new:
         if isinstance(instance, Job):
-            plan = instance.route_plan or []
-            provider = str(plan[0]["provider"]) if plan else UNROUTED
-            _stage(session, partial(_created, provider, instance.model))
+            job_admitted(session, instance)
 
 
 @event.listens_for(Session, "after_commit")
