@@ -52,6 +52,58 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+class _PgCopies:
+    """Copies of a migrated template database, reused: a copy given back is emptied (every table
+    truncated, identities restarted) and handed to the next test, since ``CREATE DATABASE`` and
+    ``DROP DATABASE`` cost about half a second each here. A copy that cannot be emptied (a lock
+    held by a leaked connection) is dropped instead. All are dropped when the session ends."""
+
+    def __init__(self) -> None:
+        self.free: dict[str, list[str]] = {}
+        self.made: list[str] = []
+
+    async def take(self, template: str) -> str:
+        free = self.free.setdefault(template, [])
+        if free:
+            return free.pop()
+        name = f"imagegate_test_{uuid.uuid4().hex[:10]}"
+        await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+        self.made.append(name)
+        return name
+
+    async def give_back(self, template: str, name: str) -> None:
+        try:
+            await _pg_admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                f" WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            )
+            conn = await asyncpg.connect(PG_ADMIN_DSN.rsplit("/", 1)[0] + f"/{name}", timeout=5)
+            try:
+                await conn.execute("SET lock_timeout = '2s'")
+                tables = await conn.fetch(
+                    "SELECT quote_ident(tablename) AS name FROM pg_tables"
+                    " WHERE schemaname = 'public' AND tablename <> 'alembic_version'"
+                )
+                listed = ", ".join(row["name"] for row in tables)
+                await conn.execute(f"TRUNCATE {listed} RESTART IDENTITY CASCADE")
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError):
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            self.made.remove(name)
+            return
+        self.free.setdefault(template, []).append(name)
+
+    async def drop_all(self) -> None:
+        for name in self.made:
+            await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        self.made.clear()
+        self.free.clear()
+
+
+_PG_COPIES = _PgCopies()
+
+
 @contextlib.contextmanager
 def empty_pg_database() -> Iterator[str]:
     """A new, empty PostgreSQL database (no schema), dropped afterwards."""
@@ -111,13 +163,12 @@ class Backend:
             shutil.copyfile(self.template, path)
             yield replace(self, database_url=f"sqlite+aiosqlite:///{path}", redis_prefix=prefix)
         else:
-            name = f"imagegate_test_{uuid.uuid4().hex[:10]}"
-            await _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+            name = await _PG_COPIES.take(self.template)
             base = PG_ADMIN_DSN.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
             try:
                 yield replace(self, database_url=f"{base}/{name}", redis_prefix=prefix)
             finally:
-                await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await _PG_COPIES.give_back(self.template, name)
 
     def settings(self, tmp: Path, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -159,7 +210,10 @@ def pg_template() -> Iterator[str]:
     """A migrated database nobody connects to, copied by ``CREATE DATABASE ... TEMPLATE``."""
     with empty_pg_database() as url:
         migrate(url)
-        yield url.rsplit("/", 1)[1]
+        try:
+            yield url.rsplit("/", 1)[1]
+        finally:
+            asyncio.run(_PG_COPIES.drop_all())
 
 
 @dataclass
