@@ -10,8 +10,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.conftest import Backend, start_gateway
 from tests.emulators.support import Knobs
 from tests.helpers import Client, new_key
@@ -22,10 +20,6 @@ JOBS = 60
 REALISTIC = Knobs(latency=(0.05, 0.3), queue_time=(0.0, 0.02), failure_rate=0.05, seed=7)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open: SQLite pool contention under load (closing note)",
-)
 async def test_all_upstreams_with_failures_leave_every_job_terminal_and_paid_once(
     backend: Backend, tmp_path: Path
 ) -> None:

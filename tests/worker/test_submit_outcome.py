@@ -246,3 +246,24 @@ async def test_a_submitting_commit_whose_answer_is_lost_is_resolved_before_sendi
     done = await _run_to_the_end(runtime, job_id)
     assert done.status == "completed"
     assert len(upstream.submitted) == 1
+
+
+async def test_a_failed_publish_after_the_submitting_commit_does_not_strand_the_job(
+    stepped: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Publishing (cache and wake-ups) fails after every commit, e.g. the pool timed out or
+    Redis is away: the committed step still goes on, so the job is sent and recorded."""
+    runtime = stepped.runtime
+    job_id = await _queued_job(stepped)
+    claim = await _claim(runtime, "A")
+
+    async def unreachable(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionRefusedError("cache unreachable (injected)")
+
+    monkeypatch.setattr(runtime.cache, "set_versioned", unreachable)
+    await dispatch(runtime, claim)
+    monkeypatch.undo()
+    job, [attempt] = await _row(runtime, job_id)
+    assert job.stage == states.Stage.UPSTREAM_QUEUED.value and attempt.upstream_id
+    done = await _run_to_the_end(runtime, job_id)
+    assert done.status == "completed"
