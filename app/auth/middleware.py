@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.auth.dependencies import RATE_LIMIT_STATE
+from app.auth.dependencies import LIMITED_METHODS, RATE_LIMIT_STATE
 from app.auth.ratelimit import Decision
 
 
@@ -19,8 +19,8 @@ class RateLimitHeaders:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        if scope["type"] != "http" or scope["method"] not in LIMITED_METHODS:
+            await self.app(scope, receive, send)  # reads are never limited: nothing to add
             return
         # Shared with ``request.state`` even if a layer below copies the scope dict itself.
         state = scope.setdefault("state", {})

@@ -137,10 +137,11 @@ class JobRepository:
         """Admit ``job`` in one round trip when its team and key have no monthly budget.
 
         On PostgreSQL the budget read and the three inserts of ``insert`` plus
-        ``budgets.reserve`` (job, first event, hold) are one statement inside the caller's
-        transaction; it reads the budgets as the separate SELECT would, at the statement's
-        snapshot. Returns False, having written nothing, when a budget applies (the caller then
-        takes the locked path of ``app.budgets``), when the team is unknown, or on SQLite.
+        ``budgets.reserve`` (job, first event, hold) are one statement, inside the caller's
+        transaction if it has begun one, else committed on its own; it reads the budgets as the
+        separate SELECT would, at the statement's snapshot. Returns False, having written
+        nothing, when a budget applies (the caller then takes the locked path of
+        ``app.budgets``), when the team is unknown, or on SQLite.
         """
         if self.session.get_bind().dialect.name != "postgresql":
             return False
@@ -162,8 +163,17 @@ class JobRepository:
             hold_month=hold.month,
             hold_created_at=now,
         )
+        # Alone in its session (the common case: no idempotency key, no reuse lookup), the one
+        # statement is its own transaction: AUTOCOMMIT spares the BEGIN and COMMIT round trips
+        # and it is committed, all or nothing, when it returns.
+        alone = not self.session.in_transaction()
+        if alone:
+            await self.session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
         row = (await self.session.execute(statement, params)).one_or_none()
-        return row is not None and bool(row.admitted)
+        admitted = row is not None and bool(row.admitted)
+        if alone and not admitted:
+            await self.session.rollback()  # nothing was written; the locked path needs a real one
+        return admitted
 
     async def insert(self, job: Job, detail: dict[str, Any] | None = None) -> None:
         job.event_seq = 1

@@ -11,19 +11,23 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from app.runtime import Runtime
 
 
+def get_runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
 async def get_runtime(request: Request) -> Runtime:
     # ``async`` on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, a
     # thread hop per request for what is one attribute read.
-    runtime: Runtime = request.app.state.runtime
-    return runtime
+    return get_runtime_of(request)
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
 
 
-async def get_session(runtime: RuntimeDep) -> AsyncIterator[AsyncSession]:
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """A session per request; whatever the endpoint did not commit is rolled back."""
-    async with runtime.sessions() as session:
+    async with get_runtime_of(request).sessions() as session:
         yield session
 
 
