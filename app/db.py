@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import FunctionElement
+from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
 JsonType = JSON().with_variant(JSONB(), "postgresql")
@@ -56,6 +57,12 @@ class db_now(FunctionElement[datetime]):
 
     type = UtcDateTime()
     inherit_cache = True
+    # The offset is rendered into the SQL text, so it must be part of the statement cache key;
+    # without it every db_now(x) in one statement shape reused the first offset compiled.
+    _traverse_internals = [
+        *FunctionElement._traverse_internals,
+        ("offset", InternalTraversal.dp_plain_obj),
+    ]
 
     def __init__(self, offset: float = 0.0) -> None:
         self.offset = float(offset)

@@ -105,6 +105,27 @@ async def release(
     return result.scalar_one_or_none() is not None
 
 
+async def extend_leases(
+    session: AsyncSession, owner: str, job_ids: Sequence[str], *, lease_s: float
+) -> int:
+    """Push back the expiry of the leases ``owner`` still holds on ``job_ids`` (a heartbeat).
+
+    Only a lease whose owner is still us is extended, so a fenced lease stays lost; extending
+    grants no write (writes are checked by epoch), it only keeps a live step's job from being
+    reaped while it runs longer than one lease.
+    """
+    if not job_ids:
+        return 0
+    result = await session.execute(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.lease_owner == owner)
+        .values(lease_expires_at=db_now(lease_s))
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(result.scalars().all())
+
+
 async def reap_expired(session: AsyncSession, *, submitting_grace_s: float) -> list[str]:
     """Free every expired lease in one sweep (by the database clock) and fence its holder.
 

@@ -3,7 +3,11 @@
 One claim query serves every step: the claimed job's stage picks the step (dispatch, poll,
 finalize, reconcile). Client webhooks due for a try are claimed from the outbox with whatever
 room is left. Steps run as tasks up to ``worker_concurrency`` at once, so a slow upstream or
-receiver never holds up the rest. The reaper frees expired leases every few seconds; the
+receiver never holds up the rest. While a step runs, a heartbeat extends its job's lease every
+third of ``lease_ttl_s`` (one statement for all of them): a lease expires only when its worker
+is dead or stalled, never because a step queued behind others (CPU, thread pool, database) on a
+busy host, which would hand live work to another worker again and again. The reaper frees
+expired leases every few seconds; the
 retention sweep deletes outputs older than ``retention_days`` every
 ``retention_sweep_interval_s``. On stop the loop claims nothing more and waits for the steps in
 flight (a submit in flight must be recorded).
@@ -29,7 +33,13 @@ from app.webhooks.repository import DeliveryClaim
 from app.worker.deliver import claim_deliveries, deliver
 from app.worker.dispatch import dispatch
 from app.worker.finalize import finalize
-from app.worker.leases import Claim, claim_due, reap_expired, release_after_failure
+from app.worker.leases import (
+    Claim,
+    claim_due,
+    extend_leases,
+    reap_expired,
+    release_after_failure,
+)
 from app.worker.retention import sweep_expired_outputs
 from app.worker.track import poll, reconcile
 
@@ -52,6 +62,7 @@ class Worker:
         self.settings = runtime.settings
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-6:]}"
         self.inflight: set[asyncio.Task[None]] = set()
+        self.held: dict[str, Claim] = {}  # job id -> the claim a step of ours is running
         self._room = asyncio.Event()
         self._last_reap = 0.0
         self._last_retention = 0.0
@@ -60,6 +71,7 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         log.info("worker started", worker=self.name)
         stopping = asyncio.create_task(stop.wait())
+        heartbeat = asyncio.create_task(self._keep_leases(), name="lease-heartbeat")
         try:
             while not stop.is_set():
                 claimed = await self._tick_safely()
@@ -73,7 +85,29 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._retention
             await self._drain()
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
             log.info("worker stopped", worker=self.name)
+
+    async def _keep_leases(self) -> None:
+        """Extend the leases of the steps in flight, every third of a lease, until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.lease_ttl_s / 3)
+            try:
+                await self.extend_leases()
+            except Exception as exc:  # the database is away: the leases may run out, as designed
+                log.info("lease heartbeat failed", error=type(exc).__name__)
+
+    async def extend_leases(self) -> int:
+        if not self.held:
+            return 0
+        async with self.runtime.sessions() as session:
+            extended = await extend_leases(
+                session, self.name, sorted(self.held), lease_s=self.settings.lease_ttl_s
+            )
+            await session.commit()
+        return extended
 
     async def _sleep(self, stopping: asyncio.Task[bool]) -> None:
         waker = asyncio.create_task(
@@ -172,11 +206,15 @@ class Worker:
 
     async def _run_step(self, claim: Claim) -> None:
         structlog.contextvars.bind_contextvars(job_id=claim.job_id, worker=self.name)
+        self.held[claim.job_id] = claim
         try:
             await STEPS[claim.stage](self.runtime, claim)
         except Exception:
             log.exception("worker step failed", stage=claim.stage.value)
             await self._hand_back(claim)
+        finally:
+            if self.held.get(claim.job_id) == claim:
+                del self.held[claim.job_id]
 
     async def _hand_back(self, claim: Claim) -> None:
         """Release a failed step's lease (retrying while the database is away); if that never

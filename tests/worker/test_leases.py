@@ -12,7 +12,7 @@ from app.db import db_now
 from app.jobs import states
 from app.jobs.repository import JobRepository
 from app.models import Job
-from app.worker.leases import Claim, claim_due, reap_expired, release
+from app.worker.leases import Claim, claim_due, extend_leases, reap_expired, release
 from tests.worker.conftest import Store, add_due_jobs
 
 
@@ -115,6 +115,49 @@ async def test_a_job_whose_submit_was_interrupted_waits_out_the_grace_before_rec
         # Not due again until the grace period has passed: no second submit, no reconcile yet.
         assert await claim_due(session, "B", limit=1, lease_s=60) == []
     assert claim.stage is states.Stage.SUBMITTING
+
+
+async def test_each_lease_lasts_as_long_as_asked_on_one_engine(store: Store) -> None:
+    """``db_now(offset)`` renders its offset into the SQL: the statement cache must tell two
+    offsets apart, or every lease and due time reuses the first one compiled."""
+    await add_due_jobs(store, 2)
+    for lease_s in (600, 5):
+        async with store.sessions() as session:
+            await claim_due(session, f"w{lease_s}", limit=1, lease_s=lease_s)
+            await session.commit()
+    async with store.sessions() as session:
+        horizon = db_now(60)
+        rows = await session.execute(select(Job.lease_owner, Job.lease_expires_at < horizon))
+    assert {owner: bool(short) for owner, short in rows.all()} == {"w600": False, "w5": True}
+
+
+async def test_a_heartbeat_extends_only_the_leases_its_owner_still_holds(store: Store) -> None:
+    kept, lost = await add_due_jobs(store, 2)
+    async with store.sessions() as session:
+        claims = await claim_due(session, "A", limit=2, lease_s=60)
+        await session.commit()
+    assert {c.job_id for c in claims} == {kept, lost}
+    # A stalls: both leases run out; the reaper frees `lost` and B takes it.
+    async with store.sessions() as session:
+        await session.execute(update(Job).values(lease_expires_at=db_now(-1)))
+        await session.commit()
+    async with store.sessions() as session:
+        await session.execute(update(Job).where(Job.id == kept).values(lease_expires_at=db_now(1)))
+        assert await reap_expired(session, submitting_grace_s=0) == [lost]
+        [taken] = await claim_due(session, "B", limit=1, lease_s=5)
+        await session.commit()
+    assert taken.job_id == lost
+    async with store.sessions() as session:
+        assert await extend_leases(session, "A", [kept, lost], lease_s=60) == 1
+        await session.commit()
+        rows = {j.id: j for j in (await session.execute(select(Job))).scalars()}
+        horizon = await session.scalar(select(db_now(30)))
+    assert rows[lost].lease_owner == "B" and rows[lost].lease_expires_at < horizon
+    assert rows[kept].lease_owner == "A" and rows[kept].lease_expires_at > horizon
+    async with store.sessions() as session:
+        # A's extended lease survives a sweep that would have reaped it a moment ago.
+        await asyncio.sleep(1.1)
+        assert await reap_expired(session, submitting_grace_s=0) == []
 
 
 @pytest.mark.parametrize("store_url", ["postgres"], indirect=True)
