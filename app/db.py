@@ -83,8 +83,15 @@ def _sqlite_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 10, statement_timeout_s: float = 10.0
+    url: str, *, pool_size: int = 32, statement_timeout_s: float = 10.0
 ) -> AsyncEngine:
+    """An engine whose PostgreSQL pool holds at most ``pool_size`` connections and keeps them.
+
+    No overflow on purpose: an overflow connection is closed as soon as it is returned while
+    the pool is full, so under steady concurrency above the pool size every few requests paid
+    for a new connection (TCP, startup, type introspection, statements prepared again). A
+    request beyond ``pool_size`` concurrent transactions waits for a connection instead.
+    """
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         _tune_sqlite(engine)
@@ -92,7 +99,7 @@ def create_engine(
     return create_async_engine(
         url,
         pool_size=pool_size,
-        max_overflow=pool_size,
+        max_overflow=0,
         pool_timeout=max(30.0, statement_timeout_s),  # queue behind busy steps, do not fail
         pool_recycle=1800,
         connect_args={

@@ -132,6 +132,15 @@ async def _jobs_by_status(database: str) -> dict[str, int]:
     return {}
 
 
+async def _pg_sessions(database: str) -> int | None:
+    """PostgreSQL's count of sessions ever opened on the database (15+): a pool that keeps
+    opening connections under steady load shows here."""
+    with contextlib.suppress(Exception):
+        rows = await pg_fetch(f"SELECT sessions FROM pg_stat_database WHERE datname = '{database}'")
+        return int(str(rows[0][0]))
+    return None
+
+
 async def _after_facts(gateway: Gateway) -> dict[str, object]:
     facts: dict[str, object] = {"api_rss_mb": gateway.api.rss_mb()}
     if gateway.worker is not None:
@@ -157,9 +166,13 @@ async def run_scenario(
         prepared = await scenario.prepare(gateway)
         print(f"  prepared: {prepared.facts}", flush=True)
         result = ScenarioResult(scenario, facts=dict(prepared.facts))
+        sessions_before = await _pg_sessions(gateway.database)
         for index in range(1, options.rounds + 1):
             result.rounds.append(await run_round(index, gateway, prepared, reference, options))
         result.facts.update(await _after_facts(gateway))
+        sessions_after = await _pg_sessions(gateway.database)
+        if sessions_before is not None and sessions_after is not None:
+            result.facts["pg_connections_opened_during_rounds"] = sessions_after - sessions_before
         result.facts["reference_rss_mb"] = reference[0].rss_mb()
     return result
 
