@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     storage_dir: Path | None = None
     file_url_ttl_s: int = Field(default=3600, gt=0)
 
-    db_pool_size: int = Field(default=32, ge=1)  # connections per process, kept open once used
+    db_pool_size: int = Field(default=16, ge=1)  # per process; replicas x pool < max_connections
     db_statement_timeout_s: float = Field(default=10.0, gt=0)
     job_cache_ttl_s: int = Field(default=600, gt=0)
     key_cache_ttl_s: float = Field(default=30.0, ge=0)

@@ -83,7 +83,7 @@ def _sqlite_now(element: db_now, compiler: SQLCompiler, **kw: Any) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int = 32, statement_timeout_s: float = 10.0
+    url: str, *, pool_size: int = 16, statement_timeout_s: float = 10.0
 ) -> AsyncEngine:
     """An engine whose PostgreSQL pool holds at most ``pool_size`` connections and keeps them.
 
