@@ -12,9 +12,10 @@ import pytest
 
 from app.jobs.repository import JobRepository
 from app.runtime import Runtime
-from tests.conftest import Backend, Gateway
+from tests.conftest import SECRET, Backend, Gateway
 from tests.delivery.conftest import running
 from tests.helpers import body, new_key
+from tests.procs import processes
 
 SLOW_SIMULATOR = {"latency_s": 0.4, "latency_jitter": 0.0}
 
@@ -90,22 +91,27 @@ async def test_a_client_sees_every_transition_in_order_and_resumes_without_gaps(
 async def test_the_stream_works_from_an_api_process_that_did_not_create_the_job(
     isolated: Backend, tmp_path: Path
 ) -> None:
-    """App A (API + worker) creates and runs the job; app B (API only, sharing PostgreSQL and
-    Redis) serves the stream, woken through Redis pub/sub: its keep-alive re-read is an hour
-    away, so only the signals can deliver the events within the test's time."""
-    async with (
-        running(isolated, tmp_path / "a", simulator=SLOW_SIMULATOR) as creator,
-        running(
-            isolated, tmp_path / "b", served=True, run_worker=False, sse_keepalive_s=3600
-        ) as streamer,
-    ):
-        base = streamer.runtime.settings.public_base_url
-        assert base is not None
-        key = await new_key(creator.runtime)
-        job_id = (await creator.client(key).create(body())).json()["job_id"]
-        seen = summary(await stream(base, key, job_id))
-        assert seen == await recorded(creator.runtime, job_id)
-        assert seen[-1][1:] == ("completed", "done") and len(seen) >= 5
+    """The in-process gateway (API + worker) creates and runs the job; a separate ``imagegate
+    api`` process on the same PostgreSQL and Redis serves the stream, woken through Redis
+    pub/sub: its keep-alive is an hour away, so only the signals can deliver the events in time."""
+    assert isolated.database_url is not None and isolated.redis_url is not None
+    env = {
+        "IMAGEGATE_DATABASE_URL": isolated.database_url,
+        "IMAGEGATE_REDIS_URL": isolated.redis_url,
+        "IMAGEGATE_REDIS_PREFIX": isolated.redis_prefix,
+        "IMAGEGATE_SECRET_KEY": SECRET,
+        "IMAGEGATE_DATA_DIR": str(tmp_path / "streamer"),
+        "IMAGEGATE_LOG_LEVEL": "warning",
+        "IMAGEGATE_SSE_KEEPALIVE_S": "3600",
+    }
+    async with running(isolated, tmp_path / "creator", simulator=SLOW_SIMULATOR) as creator:
+        with processes(env, tmp_path) as group:
+            base = await asyncio.to_thread(group.api, "streamer")
+            key = await new_key(creator.runtime)
+            job_id = (await creator.client(key).create(body())).json()["job_id"]
+            seen = summary(await stream(base, key, job_id))
+            assert seen == await recorded(creator.runtime, job_id), group.log_tail("streamer")
+            assert seen[-1][1:] == ("completed", "done") and len(seen) >= 5
 
 
 async def test_events_are_team_scoped_and_need_images_read(gateway: Gateway) -> None:
