@@ -36,6 +36,7 @@ class Hold:
 
 # Job attribute -> column, in mapper order ("meta" is the "metadata" column).
 _JOB_COLUMNS = {attr.key: attr.columns[0] for attr in inspect(Job).column_attrs}
+_JOB_PARAMS = {key: f"job_{column.name}" for key, column in _JOB_COLUMNS.items()}
 _JOBS = cast(Table, Job.__table__)
 _EVENTS = cast(Table, JobEvent.__table__)
 _LEDGER = cast(Table, LedgerEntry.__table__)
@@ -146,14 +147,13 @@ class JobRepository:
         if self.session.get_bind().dialect.name != "postgresql":
             return False
         job.event_seq = 1
-        attributes = tuple(a for a in _JOB_COLUMNS if a in job.__dict__ and a != "next_action_at")
+        values = job.__dict__  # the attributes as set, read without the instrumentation
+        attributes = tuple(a for a in _JOB_COLUMNS if a in values and a != "next_action_at")
         statement = _admission_statements.get(attributes)
         if statement is None:
             statement = _admission_statements[attributes] = _admission_statement(attributes)
         now = utcnow()
-        params: dict[str, Any] = {
-            f"job_{_JOB_COLUMNS[a].name}": getattr(job, a) for a in attributes
-        }
+        params: dict[str, Any] = {_JOB_PARAMS[a]: values[a] for a in attributes}
         params.update(
             budget_team_id=job.team_id,
             budget_key_id=job.api_key_id,
