@@ -19,14 +19,15 @@ log = structlog.get_logger("imagegate.worker")
 REASON = "deadline passed"
 
 
-async def cancel_overdue_upstream(provider: Provider, ref: UpstreamRef) -> bool:
-    """Cancel an overdue job at its upstream; True when a cancel was sent and accepted."""
+async def cancel_abandoned_upstream(provider: Provider, ref: UpstreamRef, why: str) -> bool:
+    """Cancel at its upstream a job imagegate has given up on (``why``), so it stops costing
+    money; best effort. True when a cancel was sent and accepted."""
     if not isinstance(provider, Cancellable) or not ref.upstream_id:
         return False
     try:
         await provider.cancel(ref)
     except Exception as exc:
-        log.warning("upstream cancel of an overdue job failed", error=str(exc)[:200])
+        log.warning("upstream cancel failed", why=why, error=str(exc)[:200])
         return False
-    log.info("overdue job cancelled upstream", upstream_id=ref.upstream_id)
+    log.info("abandoned job cancelled upstream", why=why, upstream_id=ref.upstream_id)
     return True

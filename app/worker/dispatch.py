@@ -21,7 +21,7 @@ candidate's breaker is open the job waits for the soonest to half-open, within i
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -45,7 +45,7 @@ from app.providers.base import (
 from app.routing.breaker import Ticket
 from app.routing.selection import AllOpen, choose
 from app.runtime import Runtime
-from app.worker import context
+from app.worker import context, deadlines
 from app.worker.context import Claimed, log
 from app.worker.leases import Claim, reclaim_submitting, release
 from app.worker.track import apply_state
@@ -238,7 +238,7 @@ async def _record(
             isinstance(outcome, Submitted) and not await _accept(session, attempt_id, outcome)
         ):
             await session.rollback()
-            await _lost(runtime, session, claim, attempt_id, outcome)
+            await _lost(session, provider, claim, attempt_id, outcome)
             return
         claimed, fenced = held
         attempt = claimed.attempt
@@ -342,8 +342,8 @@ async def _accept(session: AsyncSession, attempt_id: int, submitted: Submitted) 
 
 
 async def _lost(
-    runtime: Runtime,
     session: AsyncSession,
+    provider: Provider,
     claim: Claim,
     attempt_id: int,
     outcome: Submitted | Exception,
@@ -351,7 +351,9 @@ async def _lost(
     """Someone else decided the job first (a reconcile, a webhook, a client's cancel).
 
     Their verdict stands. An upstream id we learnt is still kept on the attempt when it has none,
-    so the paid submission stays known (and an adopting reconcile can poll it).
+    so the paid submission stays known (and an adopting reconcile can poll it). When that verdict
+    ended the job (outcome unknown, cancelled, deadline), the upstream job is cancelled where the
+    provider can, so a result nobody will collect stops costing money.
     """
     log.warning(
         "submit outcome arrived after the job moved on",
@@ -367,6 +369,14 @@ async def _lost(
         .execution_options(synchronize_session=False)
     )
     await session.commit()
+    job = await session.get(Job, claim.job_id, populate_existing=True)
+    attempt = await session.get(Attempt, attempt_id, populate_existing=True)
+    if job is None or attempt is None or job.status not in ("failed", "cancelled"):
+        return
+    if attempt.upstream_id != outcome.upstream_id:
+        return  # the attempt names another upstream job: not ours to cancel
+    ref = replace(attempt_ref(job, attempt), handle=dict(outcome.handle))
+    await deadlines.cancel_abandoned_upstream(provider, ref, f"job {job.status} before its submit")
 
 
 async def _failover(claimed: Claimed, claim: Claim, error: NotAccepted) -> None:

@@ -54,7 +54,7 @@ async def poll(runtime: Runtime, claim: Claim) -> None:
             await session.commit()
             await context.after_commit(runtime, job.id)
             if failed:
-                await deadlines.cancel_overdue_upstream(provider, ref)
+                await deadlines.cancel_abandoned_upstream(provider, ref, deadlines.REASON)
             return
     timing = provider.poll_timing()
     try:

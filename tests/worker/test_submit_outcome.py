@@ -18,7 +18,7 @@ from sqlalchemy import func, select, update
 from app.db import db_now
 from app.jobs import states
 from app.models import Attempt, Job, LedgerEntry
-from app.providers.base import Submitted, UpstreamRequest
+from app.providers.base import Submitted, UpstreamRef, UpstreamRequest
 from app.runtime import Runtime
 from app.worker import dispatch as dispatch_module
 from app.worker.dispatch import dispatch
@@ -36,6 +36,7 @@ class GatedUpstream:
         self.gate = asyncio.Event()
         self.sent = asyncio.Event()
         self.submitted: list[Submitted] = []
+        self.cancelled: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -46,6 +47,9 @@ class GatedUpstream:
         self.submitted.append(answer)
         await self.gate.wait()
         return answer
+
+    async def cancel(self, ref: UpstreamRef) -> None:
+        self.cancelled.append(ref.upstream_id)
 
 
 @pytest.fixture
@@ -139,6 +143,7 @@ async def test_an_answer_recorded_after_the_reaper_fenced_the_dispatcher_still_w
     done = await _run_to_the_end(runtime, job_id)
     assert done.status == "completed"
     assert len(upstream.submitted) == 1  # never sent twice
+    assert upstream.cancelled == []  # a job that completes is never cancelled upstream
 
 
 async def test_a_late_answer_after_the_outcome_was_declared_unknown_changes_no_verdict(
@@ -166,6 +171,8 @@ async def test_a_late_answer_after_the_outcome_was_declared_unknown_changes_no_v
     assert attempt.upstream_id == answer.upstream_id  # the paid submission stays known
     assert await _refunded(runtime, job_id)
     assert len(upstream.submitted) == 1
+    # Nobody will collect that result: the upstream job is cancelled so it stops costing money.
+    assert upstream.cancelled == [answer.upstream_id]
 
 
 async def test_a_late_answer_is_adopted_by_a_reconcile_that_comes_after_it(
