@@ -38,6 +38,10 @@ class Phase(StrEnum):
     CANCEL = "cancel"  # idempotent
 
 
+# Enough for any JSON answer that carries URLs; adapters whose answers carry the images raise it.
+DEFAULT_MAX_ANSWER_BYTES = 8 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Deadlines:
     connect: float = 5.0
@@ -109,7 +113,7 @@ async def send(
     deadlines: Deadlines,
     headers: Mapping[str, str] | None = None,
     json: Any = None,
-    max_bytes: int = 8 * 1024 * 1024,
+    max_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     labels: tuple[str, str] | None = None,
 ) -> httpx.Response:
     """Send one upstream call under connect/read/total deadlines; raise a classified error.

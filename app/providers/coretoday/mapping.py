@@ -13,6 +13,7 @@ from typing import Required, Self, TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from app.providers.answers import all_complaints
 from app.providers.base import (
     ProtocolViolation,
     UpstreamOutput,
@@ -112,8 +113,8 @@ def parse_job(raw: object, what: str) -> Job:
     try:
         return Job.model_validate(raw)
     except ValidationError as exc:
-        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ProtocolViolation(f"{what}: not a prediction ({reason[:300]})") from exc
+        reason = all_complaints(exc)[:300]
+        raise ProtocolViolation(f"{what}: not a prediction ({reason})") from exc
 
 
 def to_outputs(output: Output | None) -> tuple[UpstreamOutput, ...]:

@@ -14,9 +14,9 @@ from urllib.parse import urlencode
 
 import httpx
 
-from app.config import ConfigError, ProviderSettings
+from app.config import ProviderSettings
+from app.providers.adapter import HttpAdapter, UpstreamProfile, require_api_key
 from app.providers.base import (
-    Capabilities,
     PollTiming,
     Submitted,
     UpstreamRef,
@@ -39,74 +39,42 @@ from app.providers.fal.mapping import (
     submitted,
     webhook_update,
 )
-from app.providers.http import Deadlines, Phase, parse_json, send
+from app.providers.http import Phase, parse_json
 
 DEFAULT_BASE_URL = "https://queue.fal.run"
 # fal's queue usually starts a FLUX.2 [dev] job within a couple of seconds and finishes in a few.
-FIRST_POLL_AFTER_S = 2.0
-POLL_CAP_S = 8.0
+DEFAULT_POLL_TIMING = PollTiming(first_poll_after=2.0, backoff=1.5, cap=8.0)
+PROFILE = UpstreamProfile(DEFAULT_BASE_URL, CAPABILITIES, DEFAULT_POLL_TIMING)
 
 
-class FalProvider:
+class FalProvider(HttpAdapter):
     """fal.ai's queue API for FLUX.2 [dev]: text-to-image, edit and lora on one provider."""
 
     def __init__(self, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
-        if settings.api_key is None:
-            raise ConfigError(f"provider {name!r} (fal) needs an api_key")
-        self._name = name
-        self._settings = settings
-        self._http = http
-        self._base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._auth = {"Authorization": f"Key {settings.api_key.get_secret_value()}"}
-        self._deadlines = Deadlines(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            total=settings.total_timeout_s,
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def capabilities(self, model: str) -> Capabilities:
-        return CAPABILITIES
-
-    def poll_timing(self) -> PollTiming:
-        first = self._settings.first_poll_after_s
-        cap = self._settings.poll_cap_s
-        return PollTiming(
-            first_poll_after=FIRST_POLL_AFTER_S if first is None else first,
-            backoff=1.5,
-            cap=POLL_CAP_S if cap is None else cap,
-        )
+        key = require_api_key(settings, f"provider {name!r} (fal) needs an api_key")
+        super().__init__(name, settings, http, PROFILE, headers={"Authorization": f"Key {key}"})
 
     async def submit(self, request: UpstreamRequest) -> Submitted:
         what = f"{self._name} submit"
         url = f"{self._base_url}/{endpoint_id(request, self._model(request))}"
         if request.webhook_url:
             url += "?" + urlencode({"fal_webhook": request.webhook_url})
-        response = await send(
-            self._http,
-            "POST",
-            url,
-            phase=Phase.SUBMIT,
-            what=what,
-            deadlines=self._deadlines,
-            headers=self._auth,
-            json=build_input(request),
+        response = await self._request(
+            "POST", url, phase=Phase.SUBMIT, what=what, json=build_input(request)
         )
         return submitted(parse_submit(parse_json(response, what, Phase.SUBMIT)), self._base_url)
 
     async def poll(self, ref: UpstreamRef) -> UpstreamState:
         what = f"{self._name} status"
-        response = await self._call("GET", self._url(ref, "status_url", "/status"), what)
+        status_url = self._url(ref, "status_url", "/status")
+        response = await self._request("GET", status_url, phase=Phase.POLL, what=what)
         status = parse_status(parse_json(response, what, Phase.POLL))
         state = state_from_status(status)
         if state is not None:
             return state
         what = f"{self._name} result"
         result_url = self._url(ref, "response_url", "", fallback=status.response_url)
-        response = await self._call("GET", result_url, what)
+        response = await self._request("GET", result_url, phase=Phase.POLL, what=what)
         result = parse_result(parse_json(response, what, Phase.POLL))
         return state_from_result(result, safety_checker_on=not ref.request.disable_safety_checker)
 
@@ -114,24 +82,11 @@ class FalProvider:
         """Ask fal to cancel; the next poll tells whether it stopped (a running job may finish)."""
         what = f"{self._name} cancel"
         url = self._url(ref, "cancel_url", "/cancel")
-        response = await self._call("PUT", url, what, phase=Phase.CANCEL)
+        response = await self._request("PUT", url, phase=Phase.CANCEL, what=what)
         parse_cancel(parse_json(response, what, Phase.CANCEL))
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
         return webhook_update(body)
-
-    async def _call(
-        self, method: str, url: str, what: str, *, phase: Phase = Phase.POLL
-    ) -> httpx.Response:
-        return await send(
-            self._http,
-            method,
-            url,
-            phase=phase,
-            what=what,
-            deadlines=self._deadlines,
-            headers=self._auth,
-        )
 
     def _model(self, request: UpstreamRequest) -> str:
         return self._settings.model or request.model

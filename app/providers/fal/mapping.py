@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import orjson
 from pydantic import ValidationError
 
+from app.providers.answers import first_complaint
 from app.providers.base import (
     Capabilities,
     ErrorCode,
@@ -126,7 +127,8 @@ def parse_submit(raw: object) -> FalSubmitAnswer:
         return FalSubmitAnswer.model_validate(raw)
     except ValidationError as exc:
         # The request may well have been queued (and billed); we just cannot follow it.
-        raise OutcomeUnknown(f"fal submit: answer without a request id ({_brief(exc)})") from exc
+        why = first_complaint(exc)
+        raise OutcomeUnknown(f"fal submit: answer without a request id ({why})") from exc
 
 
 def submitted(answer: FalSubmitAnswer, base_url: str) -> Submitted:
@@ -149,21 +151,21 @@ def parse_status(raw: object) -> FalStatusBody:
     try:
         return FalStatusBody.model_validate(raw)
     except ValidationError as exc:
-        raise ProtocolViolation(f"fal status: unexpected body ({_brief(exc)})") from exc
+        raise ProtocolViolation(f"fal status: unexpected body ({first_complaint(exc)})") from exc
 
 
 def parse_result(raw: object) -> FalResult:
     try:
         return FalResult.model_validate(raw)
     except ValidationError as exc:
-        raise ProtocolViolation(f"fal result: unexpected body ({_brief(exc)})") from exc
+        raise ProtocolViolation(f"fal result: unexpected body ({first_complaint(exc)})") from exc
 
 
 def parse_cancel(raw: object) -> FalCancelAnswer:
     try:
         return FalCancelAnswer.model_validate(raw)
     except ValidationError as exc:
-        raise ProtocolViolation(f"fal cancel: unexpected body ({_brief(exc)})") from exc
+        raise ProtocolViolation(f"fal cancel: unexpected body ({first_complaint(exc)})") from exc
 
 
 def state_from_status(body: FalStatusBody) -> UpstreamState | None:
@@ -232,9 +234,3 @@ def webhook_update(body: bytes) -> WebhookUpdate:
 
 def _is_cancellation(error: str | None, error_type: str | None) -> bool:
     return (error_type or "").lower() in _CANCEL_TYPES or "cancel" in (error or "").lower()
-
-
-def _brief(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"

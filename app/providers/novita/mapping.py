@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, NotRequired, TypedDict
 import orjson
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from app.providers.answers import first_complaint
 from app.providers.base import (
     ErrorCode,
     NotAccepted,
@@ -181,7 +182,8 @@ def parse_task_result(data: Any) -> NovitaTaskResult:
     try:
         return NovitaTaskResult.model_validate(data)
     except ValidationError as exc:
-        raise ProtocolViolation(f"novita: task result does not parse: {_first_error(exc)}") from exc
+        why = first_complaint(exc)
+        raise ProtocolViolation(f"novita: task result does not parse: {why}") from exc
 
 
 def to_state(result: NovitaTaskResult) -> UpstreamState:
@@ -224,9 +226,3 @@ def parse_webhook_body(body: bytes) -> WebhookUpdate:
     if hook.event_type != WEBHOOK_EVENT:
         raise WebhookRefused(f"novita: unexpected webhook event {hook.event_type[:60]!r}")
     return WebhookUpdate(upstream_id=hook.payload.task.task_id, verified=False, state=None)
-
-
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    where = ".".join(str(part) for part in error["loc"]) or "body"
-    return f"{where}: {error['msg']}"

@@ -7,13 +7,14 @@ its answer cannot be recovered from this upstream, there is no id to look up).
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import httpx
 
-from app.config import ConfigError, ProviderSettings
+from app.config import ProviderSettings
+from app.providers.adapter import HttpAdapter, UpstreamProfile, bearer_headers, require_api_key
 from app.providers.base import (
-    Capabilities,
     NotAccepted,
     PollTiming,
     ProtocolViolation,
@@ -23,53 +24,32 @@ from app.providers.base import (
     UpstreamRequest,
     UpstreamState,
 )
-from app.providers.http import Deadlines, Phase, parse_json, send
+from app.providers.http import Phase, parse_json
 from app.providers.openai_images import mapping
 from app.providers.openai_images.dialects import Dialect, detect
 
 USER_AGENT = "imagegate/0.1 (+openai_images)"  # Together's CDN refuses an empty User-Agent
+DEFAULT_FIRST_POLL = PollTiming().first_poll_after
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # base64 answers carry the images themselves
 
 
-class OpenAIImagesProvider:
+class OpenAIImagesProvider(HttpAdapter):
     """Together AI, DeepInfra, ...: whichever `Dialect` this instance's settings point at."""
 
     def __init__(self, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
-        if settings.api_key is None:
-            raise ConfigError(f"providers.{name}.api_key is not set")
-        self._name = name
-        self._http = http
-        self.dialect: Dialect = detect(name, settings.base_url, settings.model)
-        base_url = (settings.base_url or self.dialect.default_base_url).rstrip("/")
-        self._url = f"{base_url}/images/generations"
-        self._model = settings.model or self.dialect.default_model
-        self._headers = {
-            "authorization": f"Bearer {settings.api_key.get_secret_value()}",
-            "user-agent": USER_AGENT,
-            "accept": "application/json",
-        }
-        # The whole generation happens inside this one call: operators of slow instances raise
+        key = require_api_key(settings, f"providers.{name}.api_key is not set")
+        dialect = detect(name, settings.base_url, settings.model)
+        profile = UpstreamProfile(dialect.default_base_url, dialect.capabilities, PollTiming())
+        # The whole generation happens inside one call: operators of slow instances raise
         # read/total timeouts in the settings rather than here.
-        self._deadlines = Deadlines(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            total=settings.total_timeout_s,
-        )
-        defaults = PollTiming()
-        self._timing = PollTiming(
-            first_poll_after=settings.first_poll_after_s or defaults.first_poll_after,
-            cap=settings.poll_cap_s or defaults.cap,
-        )
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def capabilities(self, model: str) -> Capabilities:
-        return self.dialect.capabilities
-
-    def poll_timing(self) -> PollTiming:
-        return self._timing  # the protocol asks for one; a synchronous job is never polled
+        super().__init__(name, settings, http, profile, headers=bearer_headers(key, USER_AGENT))
+        self.dialect: Dialect = dialect
+        self._url = f"{self._base_url}/images/generations"
+        self._model = settings.model or self.dialect.default_model
+        if settings.first_poll_after_s == 0:
+            # A synchronous job is never polled, and here a first poll of 0 has always meant the
+            # default (the polled adapters take it literally): kept as it was.
+            self._timing = dataclasses.replace(self._timing, first_poll_after=DEFAULT_FIRST_POLL)
 
     async def submit(self, request: UpstreamRequest) -> Submitted:
         what = f"{self._name} images/generations"
@@ -77,14 +57,11 @@ class OpenAIImagesProvider:
             raise NotAccepted(f"{what}: cannot produce {request.output_format}")
         body = self.dialect.build_body(request, self._model)
         try:
-            response = await send(
-                self._http,
+            response = await self._request(
                 "POST",
                 self._url,
                 phase=Phase.SUBMIT,
                 what=what,
-                deadlines=self._deadlines,
-                headers=self._headers,
                 json=body,
                 max_bytes=MAX_ANSWER_BYTES,
             )

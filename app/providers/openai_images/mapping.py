@@ -16,6 +16,7 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from app.providers.answers import first_complaint
 from app.providers.base import (
     ErrorCode,
     ProtocolViolation,
@@ -137,9 +138,7 @@ def parse_answer(data: Any) -> ImagesAnswer:
     try:
         return ImagesAnswer.model_validate(data)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(part) for part in error["loc"]) or "body"
-        raise ProtocolViolation(f"images answer does not parse: {where}: {error['msg']}") from exc
+        raise ProtocolViolation(f"images answer does not parse: {first_complaint(exc)}") from exc
 
 
 def to_state(answer: ImagesAnswer, request: UpstreamRequest, seed: int | None) -> UpstreamState:

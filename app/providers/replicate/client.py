@@ -8,6 +8,7 @@ from urllib.parse import quote
 import httpx
 
 from app.config import ProviderSettings
+from app.providers.adapter import HttpAdapter, UpstreamProfile
 from app.providers.base import (
     Capabilities,
     NotAccepted,
@@ -21,7 +22,7 @@ from app.providers.base import (
     WebhookRefused,
     WebhookUpdate,
 )
-from app.providers.http import Deadlines, Phase, parse_json, send
+from app.providers.http import Phase, parse_json
 from app.providers.replicate.mapping import (
     DEFAULT_BASE_URL,
     build_create_body,
@@ -45,54 +46,31 @@ CAPABILITIES = Capabilities(
 )
 # Observed p50 is about 5.8 s end to end: a first look at 3 s catches fast runs without wasting
 # calls, and the 10 s cap keeps slow ones (p95 12 s) from waiting long after they finish.
-FIRST_POLL_AFTER_S = 3.0
-POLL_CAP_S = 10.0
+DEFAULT_POLL_TIMING = PollTiming(first_poll_after=3.0, cap=10.0)
+PROFILE = UpstreamProfile(DEFAULT_BASE_URL, CAPABILITIES, DEFAULT_POLL_TIMING)
 
 
-class ReplicateProvider:
+class ReplicateProvider(HttpAdapter):
     """FLUX.2 [dev] on Replicate (``black-forest-labs/flux-2-dev``)."""
 
     def __init__(self, name: str, settings: ProviderSettings, http: httpx.AsyncClient) -> None:
-        self._name = name
-        self._settings = settings
-        self._http = http
-        self._base_url = (settings.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self._deadlines = Deadlines(
-            connect=settings.connect_timeout_s,
-            read=settings.read_timeout_s,
-            total=settings.total_timeout_s,
-        )
+        # No key is no error at start-up: submit refuses (NotAccepted), so routing moves on.
+        key = settings.api_key
+        auth = {} if key is None else {"Authorization": f"Bearer {key.get_secret_value()}"}
+        super().__init__(name, settings, http, PROFILE, headers=auth)
         secret = settings.webhook_secret
         self._webhook_secret = secret.get_secret_value() if secret is not None else None
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    def capabilities(self, model: str) -> Capabilities:
-        return CAPABILITIES
-
-    def poll_timing(self) -> PollTiming:
-        first = self._settings.first_poll_after_s
-        cap = self._settings.poll_cap_s
-        return PollTiming(
-            first_poll_after=FIRST_POLL_AFTER_S if first is None else first,
-            cap=POLL_CAP_S if cap is None else cap,
-        )
 
     async def submit(self, request: UpstreamRequest) -> Submitted:
         if self._settings.api_key is None:
             raise NotAccepted(f"{self._name}: no API key configured")
         target = resolve_target(request.model, self._settings.model)
         what = f"{self._name} create"
-        response = await send(
-            self._http,
+        response = await self._request(
             "POST",
             self._base_url + target.path,
             phase=Phase.SUBMIT,
             what=what,
-            deadlines=self._deadlines,
-            headers=self._auth(),
             json=build_create_body(request, target),
         )
         raw = parse_json(response, what, Phase.SUBMIT)
@@ -105,14 +83,11 @@ class ReplicateProvider:
 
     async def poll(self, ref: UpstreamRef) -> UpstreamState:
         what = f"{self._name} get"
-        response = await send(
-            self._http,
+        response = await self._request(
             "GET",
             self._prediction_url(ref.upstream_id),
             phase=Phase.POLL,
             what=what,
-            deadlines=self._deadlines,
-            headers=self._auth(),
         )
         prediction = parse_prediction(parse_json(response, what, Phase.POLL), what)
         return to_state(prediction)
@@ -120,14 +95,11 @@ class ReplicateProvider:
     async def cancel(self, ref: UpstreamRef) -> None:
         # The answer is the prediction; a cancel of a finished one changes nothing, so the
         # worker's next poll tells the truth either way.
-        await send(
-            self._http,
+        await self._request(
             "POST",
             self._prediction_url(ref.upstream_id) + "/cancel",
             phase=Phase.CANCEL,
             what=f"{self._name} cancel",
-            deadlines=self._deadlines,
-            headers=self._auth(),
         )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookUpdate:
@@ -143,14 +115,11 @@ class ReplicateProvider:
         if self._webhook_secret is not None:
             return
         what = f"{self._name} webhook secret"
-        response = await send(
-            self._http,
+        response = await self._request(
             "GET",
             f"{self._base_url}/v1/webhooks/default/secret",
             phase=Phase.POLL,
             what=what,
-            deadlines=self._deadlines,
-            headers=self._auth(),
         )
         key = parse_json(response, what, Phase.POLL)
         if not isinstance(key, dict) or not str(key.get("key", "")).startswith("whsec_"):
@@ -160,7 +129,3 @@ class ReplicateProvider:
     def _prediction_url(self, upstream_id: str) -> str:
         # Built from our base URL, never from the answer's ``urls``: the token goes nowhere else.
         return f"{self._base_url}/v1/predictions/{quote(upstream_id, safe='')}"
-
-    def _auth(self) -> dict[str, str]:
-        key = self._settings.api_key
-        return {} if key is None else {"Authorization": f"Bearer {key.get_secret_value()}"}

@@ -12,6 +12,7 @@ from typing import Literal, Required, TypedDict
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from app.providers.answers import all_complaints
 from app.providers.base import (
     ErrorCode,
     NotAccepted,
@@ -158,8 +159,8 @@ def parse_prediction(raw: object, what: str) -> Prediction:
     try:
         return Prediction.model_validate(raw)
     except ValidationError as exc:
-        reason = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise ProtocolViolation(f"{what}: not a prediction ({reason[:300]})") from exc
+        reason = all_complaints(exc)[:300]
+        raise ProtocolViolation(f"{what}: not a prediction ({reason})") from exc
 
 
 def classify_failure(message: str | None) -> ErrorCode:
