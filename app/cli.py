@@ -44,6 +44,7 @@ def _serve_http(settings: Settings, host: str | None, port: int | None, worker: 
         http="httptools",
         access_log=False,
         log_level="warning",
+        timeout_keep_alive=settings.http_keepalive_s,
         timeout_graceful_shutdown=30,
         proxy_headers=True,
     )

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    # How long an idle client connection is kept. Longer than the usual proxy and client pool
+    # expiries, so the server is not the side that closes a pooled connection just as a client
+    # reuses it (a POST on such a connection fails and is not retried by clients).
+    http_keepalive_s: int = Field(default=75, gt=0)
     log_format: Literal["console", "json"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     cors_origins: list[str] = Field(default_factory=list)
