@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, func, insert, inspect, literal, select, update
+from sqlalchemy import CTE, Select, Table, bindparam, func, insert, inspect, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from app.db import db_now
@@ -43,6 +43,20 @@ _LEDGER = cast(Table, LedgerEntry.__table__)
 _admission_statements: dict[tuple[str, ...], Select[Any]] = {}
 
 
+def _insert_for(new_job: CTE, table: Table, name: str, values: dict[str, Any]) -> CTE:
+    """``INSERT INTO table (job_id, ...) SELECT new_job.id, ...``: a row for the job inserted by
+    ``new_job``, if any. A value is a bound parameter's name or a SQL expression."""
+    columns = [table.c.job_id, *(table.c[column] for column in values)]
+    row = [
+        new_job.c.id,
+        *(
+            bindparam(value, type_=table.c[column].type) if isinstance(value, str) else value
+            for column, value in values.items()
+        ),
+    ]
+    return insert(table).from_select(columns, select(*row)).cte(name)
+
+
 def _admission_statement(attributes: tuple[str, ...]) -> Select[Any]:
     """One PostgreSQL statement: read the team's and key's budgets and, only when neither has
     one, insert the job (the given attributes, due now), its first event and its budget hold.
@@ -74,53 +88,30 @@ def _admission_statement(attributes: tuple[str, ...]) -> Select[Any]:
         .returning(_JOBS.c.id)
         .cte("new_job")
     )
-    events = _EVENTS.c
-    new_event = (
-        insert(_EVENTS)
-        .from_select(
-            [
-                events.job_id,
-                events.seq,
-                events.status,
-                events.stage,
-                events.detail,
-                events.created_at,
-            ],
-            select(
-                new_job.c.id,
-                literal(1),
-                bindparam("job_status", type_=events.status.type),
-                bindparam("job_stage", type_=events.stage.type),
-                bindparam("event_detail", type_=events.detail.type),
-                bindparam("event_created_at", type_=events.created_at.type),
-            ),
-        )
-        .cte("new_event")
+    new_event = _insert_for(
+        new_job,
+        _EVENTS,
+        "new_event",
+        {
+            "seq": literal(1),
+            "status": "job_status",
+            "stage": "job_stage",
+            "detail": "event_detail",
+            "created_at": "event_created_at",
+        },
     )
-    ledger = _LEDGER.c
-    new_hold = (
-        insert(_LEDGER)
-        .from_select(
-            [
-                ledger.job_id,
-                ledger.team_id,
-                ledger.api_key_id,
-                ledger.kind,
-                ledger.amount_micros,
-                ledger.month,
-                ledger.created_at,
-            ],
-            select(
-                new_job.c.id,
-                bindparam("budget_team_id", type_=ledger.team_id.type),
-                bindparam("budget_key_id", type_=ledger.api_key_id.type),
-                literal("reserve"),
-                bindparam("hold_amount_micros", type_=ledger.amount_micros.type),
-                bindparam("hold_month", type_=ledger.month.type),
-                bindparam("hold_created_at", type_=ledger.created_at.type),
-            ),
-        )
-        .cte("new_hold")
+    new_hold = _insert_for(
+        new_job,
+        _LEDGER,
+        "new_hold",
+        {
+            "team_id": "budget_team_id",
+            "api_key_id": "budget_key_id",
+            "kind": literal("reserve"),
+            "amount_micros": "hold_amount_micros",
+            "month": "hold_month",
+            "created_at": "hold_created_at",
+        },
     )
     admitted = select(func.count()).select_from(new_job).scalar_subquery()
     return select(limits.c.team_budget, limits.c.key_budget, admitted.label("admitted")).add_cte(

@@ -110,6 +110,21 @@ async def _run_to_the_end(runtime: Runtime, job_id: str) -> Job:
             await asyncio.sleep(0.02)
 
 
+async def _dispatch_into_gate(
+    gateway: Gateway,
+) -> tuple[GatedUpstream, str, Claim, asyncio.Task[None]]:
+    """A queued job claimed by "A" and dispatched to a gated simulator: the submit is sent and
+    its answer held until the test opens the gate."""
+    runtime = gateway.runtime
+    upstream = GatedUpstream(runtime.providers["simulator"])
+    runtime.providers["simulator"] = upstream
+    job_id = await _queued_job(gateway)
+    claim = await _claim(runtime, "A")
+    step = asyncio.create_task(dispatch(runtime, claim))
+    await upstream.sent.wait()
+    return upstream, job_id, claim, step
+
+
 async def _refunded(runtime: Runtime, job_id: str) -> bool:
     async with runtime.sessions() as session:
         total = await session.scalar(
@@ -124,12 +139,7 @@ async def test_an_answer_recorded_after_the_reaper_fenced_the_dispatcher_still_w
     stepped: Gateway,
 ) -> None:
     runtime = stepped.runtime
-    upstream = GatedUpstream(runtime.providers["simulator"])
-    runtime.providers["simulator"] = upstream
-    job_id = await _queued_job(stepped)
-    claim = await _claim(runtime, "A")
-    step = asyncio.create_task(dispatch(runtime, claim))
-    await upstream.sent.wait()
+    upstream, job_id, claim, step = await _dispatch_into_gate(stepped)
     # A's lease runs out while the upstream's answer is on its way: the reaper fences A.
     await _expire_and_reap(runtime, job_id, grace_s=600)
     upstream.gate.set()
@@ -150,12 +160,7 @@ async def test_a_late_answer_after_the_outcome_was_declared_unknown_changes_no_v
     stepped: Gateway,
 ) -> None:
     runtime = stepped.runtime
-    upstream = GatedUpstream(runtime.providers["simulator"])
-    runtime.providers["simulator"] = upstream
-    job_id = await _queued_job(stepped)
-    claim = await _claim(runtime, "A")
-    step = asyncio.create_task(dispatch(runtime, claim))
-    await upstream.sent.wait()
+    upstream, job_id, _, step = await _dispatch_into_gate(stepped)
     # The grace passes with no answer: B reconciles and declares the outcome unknown.
     await _expire_and_reap(runtime, job_id, grace_s=0)
     reconcile = await _claim(runtime, "B")
